@@ -1,6 +1,7 @@
 """Number formats. Importing this package registers every format and backend."""
 
-from . import reference  # noqa: F401  (registers bf16/fp16/fp32)
+# importing a format module registers it and its backends (reference: bf16/fp16/fp32)
+from . import fp4, fp8, int4, int8, reference  # noqa: F401
 from .base import (
     Backend,
     FormatSpec,

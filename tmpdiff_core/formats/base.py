@@ -8,14 +8,22 @@ a real-kernel backend (torchao or ``torch._scaled_mm``) that only runs on suitab
 
 Registries instead of ``if/elif`` ladders: a new format or backend is one ``register_*`` call and
 is then picked up by ``prepare``, ``tmpdiff info`` and the parametrized tests.
+
+Availability has two levels. ``unavailable_reason(device)`` is only about capability: can this
+backend run here at all (CUDA compute capability, an installed package)? A backend may also say
+where it is worth *choosing automatically* with ``auto_device_types`` (``("cuda",)`` for torchao:
+its CPU paths run, but no faster than emulation and with other rounding in places, so on a CPU
+``backend="auto"`` gives emulation while ``backend="torchao"`` still works where torchao does).
+A backend without the attribute is auto-selectable everywhere.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -49,6 +57,8 @@ class Backend(Protocol):
 
     name: ``"emulated"``, ``"torchao"``, ``"scaled_mm"``, …
     real_kernel: False only for emulation; auto-selection prefers real kernels.
+    auto_device_types: optional; device types (``"cuda"``, ``"cpu"``) on which ``backend="auto"``
+        may pick this backend. Missing or ``None`` means every device it can run on.
     """
 
     name: str
@@ -118,8 +128,9 @@ def select_backend(name: str, device: torch.device | str, force: str | None = No
 
     ``force`` names a backend (``"emulated"``, ``"torchao"``, …); if it cannot run here this
     raises ``BackendUnavailableError`` with the reason. Without ``force`` the first available real
-    kernel wins; falling back to emulation warns once per format and reason, because emulation
-    gives the same numbers but none of the speed.
+    kernel wins, skipping backends whose ``auto_device_types`` exclude this device; falling back
+    to emulation warns once per format and reason, because emulation gives the same numbers but
+    none of the speed.
     """
     fmt = canonical_name(name)
     device = torch.device(device)
@@ -139,6 +150,12 @@ def select_backend(name: str, device: torch.device | str, force: str | None = No
     reasons = []
     for backend in candidates:
         reason = backend.unavailable_reason(device)
+        auto_types = getattr(backend, "auto_device_types", None)
+        if reason is None and auto_types is not None and device.type not in auto_types:
+            reason = (
+                f"auto-selected only on {'/'.join(auto_types)}, this is {device.type} "
+                f"(backend={backend.name!r} forces it)"
+            )
         if reason is None:
             if not backend.real_kernel and reasons:
                 _warn_fallback(fmt, "; ".join(reasons))
