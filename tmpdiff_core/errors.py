@@ -35,3 +35,7 @@ class PrepareError(TmpdiffError, ValueError):
 
 class HubError(TmpdiffError, RuntimeError):
     """A Hub operation that failed (offline and not cached, unreachable, refused upload)."""
+
+
+class HubOfflineError(HubError, FileNotFoundError):
+    """A Hub file that is not in the local cache while the Hub is offline or unreachable."""
