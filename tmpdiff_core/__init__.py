@@ -11,6 +11,7 @@ The library behind the ComfyUI nodes; never imports ``comfy``. Typical use::
 from .errors import (
     BackendUnavailableError,
     HubError,
+    HubOfflineError,
     PrepareError,
     ScheduleError,
     ScheduleNotFoundError,
@@ -19,11 +20,52 @@ from .errors import (
 )
 from .fingerprint import model_fingerprint
 from .formats import all_formats, canonical_name, get_format
+from .hub import (
+    DEFAULT_REPO,
+    HubFallbackWarning,
+    HubRef,
+    best_schedule,
+    build_index,
+    load_index,
+    load_schedule,
+    parse_hub_ref,
+    publish,
+)
+from .pipeline_adapters import (
+    PipelineAdapter,
+    TimestepKind,
+    UnsupportedPipelineError,
+    register_pipeline_adapter,
+    register_timestep_kind,
+    supported_pipelines,
+)
 from .prepare import MemoryReport, PreparedModel, get_prepared, precision, prepare, unprepare
 from .schedule import CostInfo, ModelInfo, SamplerInfo, Schedule
 from .state import PrecisionState
 
 __version__ = "0.1.0"
+
+# The diffusers integration imports ``diffusers.hooks``; ComfyUI users need not have diffusers, so
+# those names load on first use (PEP 562) instead of at ``import tmpdiff_core``.
+_LAZY = {
+    name: ".diffusers_hook"
+    for name in (
+        "ScheduleHandle",
+        "TraceEntry",
+        "apply_schedule",
+        "get_schedule_handle",
+        "remove_schedule",
+    )
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'tmpdiff_core' has no attribute {name!r}")
+
 
 __all__ = [
     "BackendUnavailableError",
@@ -48,4 +90,27 @@ __all__ = [
     "precision",
     "prepare",
     "unprepare",
+    # diffusers integration
+    "PipelineAdapter",
+    "ScheduleHandle",
+    "TimestepKind",
+    "TraceEntry",
+    "UnsupportedPipelineError",
+    "apply_schedule",
+    "get_schedule_handle",
+    "register_pipeline_adapter",
+    "register_timestep_kind",
+    "remove_schedule",
+    "supported_pipelines",
+    # Hub: bundled schedules, loading, index, publishing
+    "DEFAULT_REPO",
+    "HubFallbackWarning",
+    "HubOfflineError",
+    "HubRef",
+    "best_schedule",
+    "build_index",
+    "load_index",
+    "load_schedule",
+    "parse_hub_ref",
+    "publish",
 ]
