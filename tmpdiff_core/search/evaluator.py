@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..errors import TmpdiffError
@@ -160,7 +161,7 @@ class Evaluator:
         settings: everything that determines the outputs besides the schedule (model id or
             fingerprint, prompts, seeds, guidance, sampler, resolution). It keys the cache: a
             change makes a new cache file, never a stale hit.
-        cache_dir: where ``<key>.jsonl`` (evaluations) and ``<key>.reference.pt`` live; None keeps
+        cache_dir: where ``<key>.jsonl`` (evaluations) and ``<key>.reference.safetensors`` live; None keeps
             everything in memory.
         progress: show tqdm bars.
         meta: what the caller knows about the setup, copied into the searched schedule:
@@ -240,19 +241,20 @@ class Evaluator:
     def reference(self) -> Outputs:
         """The full-precision outputs (computed once, cached on disk)."""
         if self._reference is None:
-            path = self._path(".reference.pt")
+            path = self._path(".reference.safetensors")
             if path is not None and path.is_file():
-                data = torch.load(path, map_location="cpu", weights_only=True)
+                data = load_file(str(path))  # tensors only: never unpickle a cache file
                 self._reference = Outputs(data["images"], data.get("latents"))
             else:
                 t0 = time.perf_counter()
                 self._reference = Outputs.coerce(self.run([self.reference_precision] * self.steps))
                 self.run_seconds += time.perf_counter() - t0
                 if path is not None:
+                    tensors = {"images": self._reference.images.contiguous()}
+                    if self._reference.latents is not None:
+                        tensors["latents"] = self._reference.latents.contiguous()
                     tmp = path.with_suffix(".tmp")
-                    torch.save(
-                        {"images": self._reference.images, "latents": self._reference.latents}, tmp
-                    )
+                    save_file(tensors, str(tmp))
                     tmp.replace(path)
         return self._reference
 
