@@ -57,6 +57,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--seeds", default="0")
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--validate", type=int, default=16)
+    p.add_argument(
+        "--random-evals",
+        type=int,
+        default=None,
+        help="random-baseline schedules per target (default: as many as the search used)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--backend", default="auto")
     p.add_argument("--cache-dir", default="tmpdiff_out/search_cache")
@@ -110,7 +116,8 @@ def main() -> int:
         res = search(ev, costs, SpeedupTarget(sp), config=AllocatorConfig(validate=args.validate))
         wall = time.perf_counter() - t0
         budget = costs.budget_for(args.steps, sp)
-        rnd = random_search(ev, costs, budget, res.evaluations["search"], seed=7)
+        n_random = args.random_evals if args.random_evals is not None else res.evaluations["search"]
+        rnd = random_search(ev, costs, budget, n_random, seed=7) if n_random else None
         uni = res.baselines.get("best_uniform")
         greedy = res.baselines.get("greedy")
         res.save(out / f"ref-{args.steps}-{sp:g}x.json")

@@ -27,3 +27,9 @@ __all__ = [
     "register_format",
     "select_backend",
 ]
+
+# The fused CUDA kernels live in tmpdiff_core.kernels (they import these formats); registering
+# them here makes them the first choice of backend="auto" on a GPU wherever tmpdiff is imported.
+from ..kernels import register as _register_fused_kernels  # noqa: E402
+
+_register_fused_kernels()

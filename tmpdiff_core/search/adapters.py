@@ -39,6 +39,15 @@ def _prepared(denoiser: torch.nn.Module, precisions: Sequence[str], backend: str
     return handle
 
 
+def _scheduler_settings(scheduler: Any) -> dict[str, str]:
+    """The scheduler's config for the cache key, minus diffusers' private bookkeeping.
+
+    ``_use_default_values`` is built from a set, so its order changes between processes; keeping
+    it would give every process a new cache key and defeat resuming an interrupted search.
+    """
+    return {k: str(v) for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+
+
 def _boundaries(scheduler: Any, steps: int) -> list[float] | None:
     """Normalized sigma boundaries (N+1, 1 → 0) of a flow-matching scheduler, else None."""
     scheduler.set_timesteps(steps)
@@ -101,7 +110,7 @@ def evaluator_for_reference_model(
         "seeds": list(seeds),
         "guidance": guidance,
         "sampler": "euler",
-        "scheduler": dict(ref.scheduler.config),
+        "scheduler": _scheduler_settings(ref.scheduler),
     }
     meta = {
         "boundaries": _boundaries(ref.scheduler, steps),
@@ -209,7 +218,7 @@ def evaluator_for_pipeline(
         "prompts": prompts,
         "seeds": list(seeds),
         "call": {k: v for k, v in extra.items() if isinstance(v, (int, float, str, bool))},
-        "scheduler": {k: str(v) for k, v in dict(pipe.scheduler.config).items()},
+        "scheduler": _scheduler_settings(pipe.scheduler),
     }
     meta = {
         "boundaries": _boundaries(pipe.scheduler, steps),
