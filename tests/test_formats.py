@@ -302,7 +302,9 @@ def test_forcing_an_unavailable_backend_raises_with_the_reason(fmt, backend, rea
 
 
 def test_forcing_an_unknown_backend_lists_the_registered_ones():
-    with pytest.raises(BackendUnavailableError, match="available: fused, scaled_mm, torchao, emulated"):
+    with pytest.raises(
+        BackendUnavailableError, match="available: fused, scaled_mm, torchao, emulated"
+    ):
         select_backend("fp8", "cpu", "tensorrt")
 
 

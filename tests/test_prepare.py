@@ -173,7 +173,11 @@ def test_unprepare_restores_the_original_layers():
         (lambda m: prepare(m, ["fp9"]), UnknownPrecisionError, "unknown precision 'fp9'"),
         (lambda m: prepare(m, ["fp8"], include=["nothing*"]), PrepareError, "no nn.Linear"),
         (lambda m: prepare(nn.ReLU(), ["fp8"]), PrepareError, "no nn.Linear"),
-        (lambda m: prepare(m, ["fp8"]).set_precision("int8"), UnknownPrecisionError, "not prepared"),
+        (
+            lambda m: prepare(m, ["fp8"]).set_precision("int8"),
+            UnknownPrecisionError,
+            "not prepared",
+        ),
         (lambda m: (prepare(m, ["fp8"]), prepare(m, ["fp8"])), PrepareError, "already prepared"),
         (lambda m: get_prepared(m), PrepareError, "tmpdiff_core.prepare"),
     ],

@@ -30,7 +30,10 @@ def model_fingerprint(model: nn.Module) -> str:
 def _config_of(model: nn.Module) -> dict:
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "items"):
-        return {"class": type(model).__name__, **{k: v for k, v in config.items() if not k.startswith("_")}}
+        return {
+            "class": type(model).__name__,
+            **{k: v for k, v in config.items() if not k.startswith("_")},
+        }
     return {"class": type(model).__name__}
 
 
@@ -53,4 +56,6 @@ def _sample(tensor: torch.Tensor) -> bytes:
     if flat.numel() > _SAMPLES_PER_TENSOR:
         step = flat.numel() // _SAMPLES_PER_TENSOR
         flat = flat[::step][:_SAMPLES_PER_TENSOR]
-    return flat.to("cpu", torch.float32 if flat.is_floating_point() else torch.int64).numpy().tobytes()
+    return (
+        flat.to("cpu", torch.float32 if flat.is_floating_point() else torch.int64).numpy().tobytes()
+    )

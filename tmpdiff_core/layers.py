@@ -21,7 +21,11 @@ class MultiPrecisionLinear(nn.Module):
     """
 
     def __init__(
-        self, reference: nn.Module, variants: list[nn.Module], slots: list[int], state: PrecisionState
+        self,
+        reference: nn.Module,
+        variants: list[nn.Module],
+        slots: list[int],
+        state: PrecisionState,
     ) -> None:
         super().__init__()
         self.variants = nn.ModuleList([reference, *variants])

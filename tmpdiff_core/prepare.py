@@ -48,10 +48,15 @@ class MemoryReport:
             f"{'model as loaded':<28}{self.model_bytes * mib:>10.2f} MiB",
             f"{'  of which wrapped layers':<28}{self.wrapped_reference_bytes * mib:>10.2f} MiB",
         ]
-        rows += [f"{'  + ' + p + ' variants':<28}{b * mib:>10.2f} MiB" for p, b in self.variant_bytes.items()]
+        rows += [
+            f"{'  + ' + p + ' variants':<28}{b * mib:>10.2f} MiB"
+            for p, b in self.variant_bytes.items()
+        ]
         rows.append(f"{'total resident':<28}{self.total_bytes * mib:>10.2f} MiB")
         ratio = self.total_bytes / max(self.bf16_model_bytes, 1)
-        rows.append(f"{'bf16 model alone':<28}{self.bf16_model_bytes * mib:>10.2f} MiB  (total = {ratio:.2f}x)")
+        rows.append(
+            f"{'bf16 model alone':<28}{self.bf16_model_bytes * mib:>10.2f} MiB  (total = {ratio:.2f}x)"
+        )
         return "\n".join(rows)
 
 

@@ -126,7 +126,9 @@ class Schedule:
         """A readable per-step table (``tmpdiff schedule show``)."""
         lines = [f"{'step':>4}  {self.time_axis + ' from':>10}  {'to':>8}  precision"]
         for i, p in enumerate(self.precisions):
-            lines.append(f"{i:>4}  {self.boundaries[i]:>10.4f}  {self.boundaries[i + 1]:>8.4f}  {p}")
+            lines.append(
+                f"{i:>4}  {self.boundaries[i]:>10.4f}  {self.boundaries[i + 1]:>8.4f}  {p}"
+            )
         return "\n".join(lines)
 
     # ---------------------------------------------------------------- validation
@@ -135,7 +137,9 @@ class Schedule:
         if not isinstance(self.precisions, list) or not self.precisions:
             raise ScheduleError("'precisions' must be a non-empty list of precision names")
         if len(self.precisions) > MAX_STEPS:
-            raise ScheduleError(f"'precisions' has {len(self.precisions)} steps; at most {MAX_STEPS}")
+            raise ScheduleError(
+                f"'precisions' has {len(self.precisions)} steps; at most {MAX_STEPS}"
+            )
         self.precisions = _canonical_list(self.precisions, "precisions")
         self._validate_boundaries()
         if self.time_axis not in TIME_AXES:
