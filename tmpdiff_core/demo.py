@@ -24,6 +24,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from .errors import ScheduleNotFoundError
+from .fingerprint import model_fingerprint
 from .schedule import Schedule
 from .strip import render_strip
 
@@ -71,7 +73,7 @@ def run_demo(out: Path, prompts: int = 3, seed: int = 0, schedules: list[str] | 
 
     torch.manual_seed(seed)
     ref = load_reference_model()
-    chosen = _schedules(schedules)
+    chosen = _schedules(schedules, model_fingerprint(ref.transformer))
     texts = ref.prompts["demo"][: max(1, min(prompts, 8))]
     steps = chosen[0][1].steps
     used = sorted({p for _, s in chosen for p in s.precisions})
@@ -94,7 +96,8 @@ def run_demo(out: Path, prompts: int = 3, seed: int = 0, schedules: list[str] | 
     return report
 
 
-def _schedules(refs: list[str] | None) -> list[tuple[str, Schedule]]:
+def _schedules(refs: list[str] | None, fingerprint: str) -> list[tuple[str, Schedule]]:
+    """The schedules asked for, or every bundled low-precision schedule made for this model."""
     from .hub import bundled_dir, load_index, load_schedule
 
     if refs:
@@ -103,8 +106,13 @@ def _schedules(refs: list[str] | None) -> list[tuple[str, Schedule]]:
     names = [
         e["name"]
         for e in index["schedules"]
-        if (e["model"] or {}).get("id") == "tmpdiff/refmodel" and set(e["precisions"]) != {"bf16"}
+        if (e["model"] or {}).get("fingerprint") == fingerprint and set(e["precisions"]) != {"bf16"}
     ]
+    if not names:
+        raise ScheduleNotFoundError(
+            f"no bundled schedule is made for the reference model ({fingerprint}); "
+            "pass --schedule NAME, or run `tmpdiff search` to make one"
+        )
     return [(n, load_schedule(n)) for n in names]
 
 
