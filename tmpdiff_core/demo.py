@@ -98,11 +98,11 @@ def run_demo(out: Path, prompts: int = 3, seed: int = 0, schedules: list[str] | 
 
 def _schedules(refs: list[str] | None, fingerprint: str) -> list[tuple[str, Schedule]]:
     """The schedules asked for, or every bundled low-precision schedule made for this model."""
-    from .hub import bundled_dir, load_index, load_schedule
+    from .hub import load_index, load_schedule
 
     if refs:
         return [(r, load_schedule(r)) for r in refs]
-    index = load_index(bundled_dir())
+    index = load_index("bundled")
     names = [
         e["name"]
         for e in index["schedules"]
@@ -167,7 +167,9 @@ def _report(rows: list[Row], reference: torch.Tensor, costs: dict[str, float], s
     ]
     for row in rows:
         gpu = row.schedule.cost
-        on_gpu = f"{gpu.speedup:.2f}x ({gpu.device})" if gpu.speedup else "n/a"
+        on_gpu = (
+            f"{gpu.speedup:.2f}x ({(gpu.device or '?').split(',')[0]})" if gpu.speedup else "n/a"
+        )
         lines.append(
             f"| {row.name} | {row.schedule.summary()} | {row.ssim:.4f} | {row.psnr:.2f} | "
             f"{_predicted(row.schedule, costs):.2f}x | {on_gpu} |"

@@ -86,13 +86,29 @@ def index_entry(path: str, data: bytes, schedule: Schedule) -> dict[str, Any]:
         "steps": schedule.steps,
         "precisions": list(schedule.counts()),
         "counts": dict(schedule.counts()),
-        "target": target if isinstance(target, str) else None,
+        "target": _target_text(target),
         "quality": dict(schedule.quality),
         "speedup": schedule.cost.speedup,
         "speedup_measured": schedule.cost.measured,
         "device": schedule.cost.device,
         "description": schedule.description,
     }
+
+
+def _target_text(target: Any) -> str | None:
+    """The budget a schedule was searched for, in ``best_schedule``'s form (``"speedup>=1.2"``).
+
+    The search records it structured (``{"kind": "speedup", "speedup": 1.2}``, ``{"kind":
+    "quality", "ssim": 0.9}``); hand-written schedules may give the string directly.
+    """
+    if isinstance(target, str):
+        return target
+    if isinstance(target, dict):
+        metric = {"speedup": "speedup", "quality": "ssim"}.get(target.get("kind"))
+        if metric is not None and _is_number(target.get(metric)):
+            return f"{metric}>={target[metric]:g}"
+        return target.get("kind") if isinstance(target.get("kind"), str) else None
+    return None
 
 
 def make_index(schedules: list[tuple[str, bytes, Schedule]]) -> dict[str, Any]:
