@@ -1,6 +1,7 @@
 """Node: search a schedule for this model and prompt with ComfyUI's own sampling.
 
-The search itself is ``tmpdiff_core.search`` (``Evaluator`` + ``allocate``); this node only
+The search itself is ``tmpdiff_core.search`` (``Evaluator`` + ``allocate``, results cached by
+``search.results``); this node only
 supplies its run function — "sample the calibration latent with step ``i`` at precision ``p_i``",
 through ``comfy.sample.sample`` and the same ``APPLY_MODEL`` wrapper the schedule node installs —
 and turns the result into a ``Schedule``, a Pareto plot and a report.
@@ -13,7 +14,6 @@ same setup, re-uses the measurements instead of sampling again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -32,6 +32,13 @@ from tmpdiff_core.errors import PrepareError, ScheduleError
 from tmpdiff_core.fingerprint import model_fingerprint
 from tmpdiff_core.runplan import boundaries_from_times
 from tmpdiff_core.schedule import ModelInfo, SamplerInfo, Schedule
+from tmpdiff_core.search.results import (
+    read_result,
+    result_key,
+    result_payload,
+    tensor_digest,
+    write_result,
+)
 from tmpdiff_core.strip import render_pareto, render_strip, stack_images
 
 from ._patching import apply_schedule, get_prepared, normalized_times
@@ -131,7 +138,7 @@ class SearchSchedule(io.ComfyNode):
         validation_runs: int,
         vae=None,
     ) -> io.NodeOutput:
-        from tmpdiff_core.search.allocate import AllocatorConfig, allocate
+        from tmpdiff_core.search.allocate import AllocatorConfig, allocate, evaluation_bound
         from tmpdiff_core.search.evaluator import Evaluator
 
         prepared = get_prepared(model)
@@ -160,7 +167,7 @@ class SearchSchedule(io.ComfyNode):
                 "lower the target or prepare a faster precision"
             )
         bar = comfy.utils.ProgressBar(
-            _expected_evaluations(len(precisions), steps, validation_runs)
+            evaluation_bound(len(precisions), steps, AllocatorConfig(validate=validation_runs))
         )
         counter = {"runs": 0}
 
@@ -181,9 +188,9 @@ class SearchSchedule(io.ComfyNode):
         )
         result_file = (
             search_cache_dir()
-            / f"{_result_key(evaluator, goal, table, validation_runs)}.result.json"
+            / f"{result_key(evaluator, goal, table, validation_runs)}.result.json"
         )
-        result = _read_result(result_file)
+        result = read_result(result_file)
         if result is None:
             allocation = allocate(evaluator, table, goal, AllocatorConfig(validate=validation_runs))
             if allocation.best is None:
@@ -191,13 +198,13 @@ class SearchSchedule(io.ComfyNode):
                     f"no measured schedule meets {target} {target_value:g} with {', '.join(precisions)} "
                     f"(fastest possible: {fastest:.3f}x); lower the target or prepare a faster precision"
                 )
-            result = _result(
+            result = result_payload(
                 sampling.schedule(allocation, table, target, target_value, evaluator),
                 allocation,
                 evaluator,
                 table,
             )
-            _write_result(result_file, result)
+            write_result(result_file, result)
         else:
             result["report"] += (
                 "\n(result cached from an earlier run with the same inputs: nothing sampled)"
@@ -279,10 +286,10 @@ class _Sampling:
             "layers": sorted(prepared.layers),
             "backends": prepared.backends,
             "model_class": type(base).__name__,
-            "positive": _digest(self.positive),
-            "negative": _digest(self.negative),
-            "noise": _digest(self.noise),
-            "latent": _digest(self.latent),
+            "positive": tensor_digest(self.positive),
+            "negative": tensor_digest(self.negative),
+            "noise": tensor_digest(self.noise),
+            "latent": tensor_digest(self.latent),
             "sampler": [self.sampler_name, self.scheduler, self.cfg],
             "vae": None if self.vae is None else model_fingerprint(self.vae.first_stage_model),
         }
@@ -367,96 +374,9 @@ def _cost_table(kind: str, text: str, precisions, sampling: _Sampling):
     raise ScheduleError(f"unknown costs {kind!r}; expected one of {COSTS}")
 
 
-def _expected_evaluations(n_precisions: int, steps: int, validation: int) -> int:
-    """Upper bound the allocator documents: (P-1)(3N-2) + R + N (+ log2 of the front)."""
-    return max(1, (n_precisions - 1) * (3 * steps - 2) + validation + steps + 8)
-
-
-def _digest(value) -> str:
-    """A stable hash of tensors inside nested lists/dicts (conditioning, latents)."""
-    h = hashlib.sha256()
-
-    def feed(v):
-        if isinstance(v, torch.Tensor):
-            t = v.detach().to("cpu", torch.float32).contiguous()
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.numpy().tobytes())
-        elif isinstance(v, dict):
-            for k in sorted(v, key=str):
-                h.update(str(k).encode())
-                feed(v[k])
-        elif isinstance(v, (list, tuple)):
-            for item in v:
-                feed(item)
-        else:
-            h.update(repr(v).encode())
-
-    feed(value)
-    return h.hexdigest()[:20]
-
-
 def _digest_patches(model) -> str | None:
     if not model.patches:
         return None
-    return _digest({k: [repr(p[1:]) for p in v] for k, v in model.patches.items()}) + str(
+    return tensor_digest({k: [repr(p[1:]) for p in v] for k, v in model.patches.items()}) + str(
         model.patches_uuid
     )
-
-
-def _result_key(evaluator, goal, table, validation_runs: int) -> str:
-    from tmpdiff_core.search.evaluator import settings_key
-
-    return settings_key(
-        {
-            "result_version": 1,
-            "evaluations": evaluator.key,
-            "target": repr(goal),
-            "costs": table.to_dict(),
-            "validation_runs": validation_runs,
-        }
-    )
-
-
-def _result(schedule: Schedule, allocation, evaluator, table) -> dict:
-    """Everything the node outputs, as plain JSON (the search result cache)."""
-    points = allocation.points
-    index = {p.precisions: i for i, p in enumerate(points)}
-    return {
-        "schedule": schedule.to_dict(),
-        "points": [p.to_dict() for p in points],
-        "front": [index[p.precisions] for p in allocation.front],
-        "chosen": index.get(allocation.best.precisions),
-        "title": f"{len(points)} schedules evaluated ({evaluator.fresh_runs} sampled, "
-        f"{evaluator.cache_hits} cached)",
-        "report": _report(schedule, allocation, evaluator),
-    }
-
-
-def _read_result(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        Schedule.from_dict(data["schedule"])  # still a valid schedule for this tmpdiff
-        return data
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _write_result(path: Path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _report(schedule: Schedule, allocation, evaluator) -> str:
-    best = allocation.best
-    lines = [
-        f"{schedule.summary()}; SSIM {best.ssim:.4f}, predicted speed-up {best.speedup:.3f}x",
-        f"evaluated {evaluator.count} schedules ({evaluator.fresh_runs} sampled, "
-        f"{evaluator.cache_hits} from cache), phases: {allocation.phases}",
-        "front (speed-up, SSIM, schedule):",
-    ]
-    lines += [
-        f"  {p.speedup:.3f}x  {p.ssim:.4f}  {' '.join(p.precisions)}" for p in allocation.front
-    ]
-    return "\n".join(lines)

@@ -124,6 +124,13 @@ class _Run:
         self.phases[name] = self.phases.get(name, 0) + self.ev.count - start
 
 
+def evaluation_bound(n_precisions: int, steps: int, config: AllocatorConfig | None = None) -> int:
+    """The most evaluations ``allocate`` makes: (P-1)(3N-2) + R + refine + 8 (progress bars)."""
+    cfg = config or AllocatorConfig()
+    refine = steps if cfg.refine is None else cfg.refine
+    return (n_precisions - 1) * (3 * steps - 2) + cfg.validate + refine + 8
+
+
 def fit_model(
     evaluator: Evaluator, costs: CostTable, config: AllocatorConfig | None = None
 ) -> tuple[_Run, ProbeResult, AdditivityReport | None]:
@@ -131,9 +138,7 @@ def fit_model(
     cfg = config or AllocatorConfig()
     costs.check(evaluator.precisions)
     run = _Run(evaluator, costs, cfg)
-    n, p = evaluator.steps, len(evaluator.precisions)
-    refine = n if cfg.refine is None else cfg.refine
-    evaluator.expect((p - 1) * (3 * n - 2) + cfg.validate + refine + 8)
+    evaluator.expect(evaluation_bound(len(evaluator.precisions), evaluator.steps, cfg))
     run.ev.reference()
     pr = probe(evaluator, eps=cfg.eps, pairs=cfg.pairs, cross_pairs=cfg.cross_pairs)
     for s, _ in pr.measured:
