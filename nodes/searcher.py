@@ -1,10 +1,10 @@
 """Node: search a schedule for this model and prompt with ComfyUI's own sampling.
 
-The search itself is ``tmpdiff_core.search`` (``Evaluator`` + ``allocate``, results cached by
-``search.results``); this node only
-supplies its run function — "sample the calibration latent with step ``i`` at precision ``p_i``",
-through ``comfy.sample.sample`` and the same ``APPLY_MODEL`` wrapper the schedule node installs —
-and turns the result into a ``Schedule``, a Pareto plot and a report.
+The search itself is ``tmpdiff_core.search`` (``Evaluator`` + ``allocate``, finished results
+cached by ``search.results``); this node only supplies its run function — "sample the calibration
+latent with step ``i`` at precision ``p_i``", through ``comfy.sample.sample`` and the same
+``APPLY_MODEL`` wrapper the schedule node installs — and turns the result into a ``Schedule``, a
+Pareto plot and a report.
 
 Every evaluation is cached on disk under ComfyUI's user folder (``tmpdiff/search_cache``), keyed by
 everything that determines the images (model fingerprint and LoRA patches, prepared layers,
