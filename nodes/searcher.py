@@ -25,6 +25,7 @@ import comfy.sample
 import comfy.samplers
 import comfy.utils
 import folder_paths
+import numpy as np
 import torch
 from comfy_api.latest import io
 
@@ -32,6 +33,8 @@ from tmpdiff_core.errors import PrepareError, ScheduleError
 from tmpdiff_core.fingerprint import model_fingerprint
 from tmpdiff_core.runplan import boundaries_from_times
 from tmpdiff_core.schedule import ModelInfo, SamplerInfo, Schedule
+from tmpdiff_core.search.pareto import Point
+from tmpdiff_core.search.plots import pareto_plot
 from tmpdiff_core.search.results import (
     read_result,
     result_key,
@@ -39,7 +42,7 @@ from tmpdiff_core.search.results import (
     tensor_digest,
     write_result,
 )
-from tmpdiff_core.strip import render_pareto, render_strip, stack_images
+from tmpdiff_core.strip import render_strip, stack_images
 
 from ._patching import apply_schedule, get_prepared, normalized_times
 from ._types import CATEGORY, SCHEDULE, image_tensor
@@ -210,15 +213,9 @@ class SearchSchedule(io.ComfyNode):
                 "\n(result cached from an earlier run with the same inputs: nothing sampled)"
             )
         schedule = Schedule.from_dict(result["schedule"])
-        points = result["points"]
-        plot = render_pareto(
-            [(p["speedup"], p["ssim"]) for p in points],
-            result["front"],
-            result["chosen"],
-            x_label=f"speed-up (x, {table.device or table.unit})",
-            y_label="SSIM",
-            title=result["title"],
-        )
+        points = [Point.from_dict(p) for p in result["points"]]
+        chosen = points[result["chosen"]] if result["chosen"] is not None else None
+        plot = np.asarray(pareto_plot(points, chosen=chosen, title=result["title"]))
         strip = render_strip(schedule.precisions, width=plot.shape[1], title=schedule.summary())
         report = result["report"]
         logger.info("tmpdiff search: %s", report.splitlines()[0])

@@ -19,7 +19,10 @@ from tmpdiff_core.runplan import (
     times_from_timesteps,
 )
 from tmpdiff_core.schedule import Schedule
-from tmpdiff_core.strip import precision_color, render_pareto, render_strip, stack_images
+from tmpdiff_core.search.evaluator import Quality
+from tmpdiff_core.search.pareto import Point
+from tmpdiff_core.search.plots import pareto_plot
+from tmpdiff_core.strip import precision_color, render_strip, stack_images
 
 GRID = [1.0, 0.9045, 0.7595, 0.5128, 0.0]  # ComfyUI's 4-step "simple" grid for a flow model
 
@@ -96,8 +99,10 @@ def test_strip_has_one_coloured_cell_per_step():
 
 
 def test_pareto_plot_and_stacking():
-    plot = render_pareto([(1.0, 1.0), (1.5, 0.9), (1.2, 0.8)], [0, 1], 1, width=300, height=200)
-    empty = render_pareto([], width=300, height=200)
+    quality = [Quality(1.0, 100.0), Quality(0.9, 30.0), Quality(0.8, 25.0)]
+    points = [Point(("bf16",), 1.0, x, q) for x, q in zip((1.0, 1.5, 1.2), quality, strict=True)]
+    plot = np.asarray(pareto_plot(points, chosen=points[1], width=300, height=200))
+    empty = np.asarray(pareto_plot([], width=300, height=200))
     assert plot.shape == empty.shape == (200, 300, 3) and not np.array_equal(plot, empty)
     strip = render_strip(["bf16"], width=200)
     stacked = stack_images([plot, strip])

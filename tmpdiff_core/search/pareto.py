@@ -25,6 +25,14 @@ class Point:
     def ssim(self) -> float:
         return self.quality.ssim
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Point:
+        """Inverse of ``to_dict`` (per-image SSIMs and timings are not kept there)."""
+        quality = Quality(data["ssim"], data["psnr"], data.get("latent_mse"))
+        return cls(
+            tuple(data["precisions"]), data["cost"], data["speedup"], quality, data["source"]
+        )
+
     def to_dict(self) -> dict:
         return {
             "precisions": list(self.precisions),

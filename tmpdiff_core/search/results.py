@@ -46,7 +46,7 @@ def result_key(evaluator: Evaluator, goal: object, table: CostTable, validation_
     """Key of one request: the evaluations it stands on, the target, the costs, the validation."""
     return settings_key(
         {
-            "result_version": 1,
+            "result_version": 2,
             "evaluations": evaluator.key,
             "target": repr(goal),
             "costs": table.to_dict(),
@@ -62,7 +62,6 @@ def result_payload(schedule: Schedule, allocation, evaluator: Evaluator, table: 
     return {
         "schedule": schedule.to_dict(),
         "points": [p.to_dict() for p in points],
-        "front": [index[p.precisions] for p in allocation.front],
         "chosen": index.get(allocation.best.precisions),
         "title": f"{len(points)} schedules evaluated ({evaluator.fresh_runs} sampled, "
         f"{evaluator.cache_hits} cached)",
