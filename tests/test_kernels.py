@@ -254,6 +254,72 @@ def test_interp_int8_mm_matches_rescale(triton_interp, dtype, m, n, k, bias):
     assert torch.equal(out, ref)
 
 
+def _gelu_input(dtype, seed: int = 5) -> torch.Tensor:
+    x = _x(5, 96, dtype, seed=seed) / 10
+    x[3] = 0  # an all-zero row: GELU(0) = 0, scale of an all-zero row
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("gelu_from", [0, 40])
+def test_interp_quant_with_gelu_matches_gelu_then_quant(triton_interp, dtype, gelu_from):
+    """The hand-off kernels: GELU inside the quantization = ``F.gelu`` then the format's function,
+    up to the rounding of ``tanh`` (the interpreter computes it from ``exp``)."""
+    x = _gelu_input(dtype)
+    ref_in = _dispatch.apply_gelu_from(x, gelu_from)
+    q, s = triton_interp.int8_rowwise_quant(x, int8.EPS, gelu_from)
+    rq, rs = int8.quantize_activation(ref_in)
+    torch.testing.assert_close(s, rs, rtol=1e-2, atol=0)
+    assert (q.int() - rq.int()).abs().max() <= 1 and (q != rq).float().mean() < 0.02
+    q8, s8 = triton_interp.fp8_rowwise_quant(x, gelu_from)
+    rq8, rs8 = fp8.quantize_activation(ref_in)
+    torch.testing.assert_close(s8, rs8, rtol=1e-2, atol=0)
+    same = (s8 == rs8).squeeze(1)  # where tanh's rounding left the amax alone: the codes match
+    assert same.sum() >= 4 and _fp8_equal_up_to_interpreter_rounding(q8[same], rq8[same])
+
+
+# --- on a CUDA GPU (run on the device: python -m pytest tests/test_kernels.py -k cuda) ---------
+
+needs_cuda_triton = pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("triton") is None,
+    reason="needs a CUDA GPU and Triton",
+)
+
+
+@needs_cuda_triton
+@pytest.mark.parametrize("gelu_from", [0, 3072])
+def test_cuda_quant_with_gelu_matches_gelu_then_quant(gelu_from):
+    x = (_x(300, 15360, seed=2) / 10).cuda()
+    ref_in = _dispatch.apply_gelu_from(x, gelu_from)
+    q, s = _dispatch.quantize_int8(x, gelu_from)
+    rq, rs = int8.quantize_activation(ref_in)
+    assert (q.int() - rq.int()).abs().max() <= 1 and (q != rq).float().mean() < 1e-3
+    torch.testing.assert_close(s, rs, rtol=1e-2, atol=0)
+    q8, s8 = _dispatch.quantize_fp8(x, gelu_from)
+    rq8, rs8 = fp8.quantize_activation(ref_in)
+    assert (q8.float() != rq8.float()).float().mean() < 1e-3
+    torch.testing.assert_close(s8, rs8, rtol=1e-2, atol=0)
+
+
+@needs_cuda_triton
+@pytest.mark.parametrize("cls", [fast.FusedInt8Linear, fast.FusedFp8Linear])
+def test_cuda_fused_layers_compiled_match_eager(cls):
+    """The triton ops under torch.compile (Inductor launches them): same numbers as eager."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(1024, 512).cuda().bfloat16()
+    layer = cls(lin)
+    x = (_x(77, 1024, seed=4) / 10).cuda()
+    for gelu_from in (None, 256):
+        layer.gelu_from = gelu_from
+        torch._dynamo.reset()
+        compiled = torch.compile(layer, fullgraph=True)
+        # with the hand-off both run the same kernels; without it Inductor quantizes
+        exact = gelu_from is not None
+        torch.testing.assert_close(
+            compiled(x), layer(x), rtol=0 if exact else 2e-2, atol=0 if exact else 1e-2
+        )
+
+
 # --- the benchmark's logic on a tiny model ----------------------------------------------------
 
 
