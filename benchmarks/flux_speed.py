@@ -744,9 +744,9 @@ def section_tmpdiff_nohandoff(b: Bench) -> None:
         steps[p] = b.step_ms(model, inp)
         b.put(sec, f"step_{p}", steps[p])
     b.put(sec, "warmup", warm)
-    if b.args.profile:
-        handle.set_precision(handle.precisions[1])
-        b.put(sec, f"profile_{handle.precisions[1]}", b.profile(model, inp))
+    for p in handle.precisions[1:]:
+        handle.set_precision(p)
+        b.put(sec, f"profile_{p}", b.profile(model, inp))
 
 
 def section_bf16_cudagraphs(b: Bench) -> None:

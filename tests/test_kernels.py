@@ -313,11 +313,11 @@ def test_cuda_fused_layers_compiled_match_eager(cls):
         layer.gelu_from = gelu_from
         torch._dynamo.reset()
         compiled = torch.compile(layer, fullgraph=True)
-        # with the hand-off both run the same kernels; without it Inductor quantizes
-        exact = gelu_from is not None
-        torch.testing.assert_close(
-            compiled(x), layer(x), rtol=0 if exact else 2e-2, atol=0 if exact else 1e-2
-        )
+        got, want = compiled(x), layer(x)
+        if gelu_from is not None:  # the same kernels, launched by Inductor: the same bits
+            assert torch.equal(got, want)
+        else:  # Inductor's own quantization rounds its scale differently from eager PyTorch
+            assert ((got - want).float().norm() / want.float().norm()).item() < 1e-2
 
 
 # --- the benchmark's logic on a tiny model ----------------------------------------------------

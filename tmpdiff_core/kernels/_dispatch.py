@@ -5,7 +5,7 @@
   them into the op that produced the activation, e.g. the LayerNorm + modulation before a QKV
   projection, better than an opaque kernel could).
 * Quantization with the GELU hand-off (``gelu_from``): the one-pass Triton kernel on CUDA, eager
-  and compiled alike (Inductor splits a GELU + per-token amax over 12288-15360 columns into two
+  and compiled alike (compiled: through its ``triton_op``) (Inductor splits a GELU + per-token amax over 12288-15360 columns into two
   passes over memory; the kernel makes one); GELU then the formats' function elsewhere.
 * The int8 GEMM: the fused-epilogue Triton kernel on CUDA, the exact int32 reference elsewhere.
 
@@ -74,12 +74,12 @@ def quantize_fp8(
     x: torch.Tensor, gelu_from: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fp8.quantize_activation(apply_gelu_from(x, gelu_from))``, in one pass where it can."""
-    if gelu_from is not None and _triton_can_run(x):
-        return _ops().fp8_rowwise_quant(x, gelu_from)
     if use_triton(x):
         from . import _triton
 
-        return _triton.fp8_rowwise_quant(x)
+        return _triton.fp8_rowwise_quant(x, -1 if gelu_from is None else gelu_from)
+    if gelu_from is not None and _triton_can_run(x):  # compiling
+        return _ops().fp8_rowwise_quant(x, gelu_from)
     return fp8.quantize_activation(apply_gelu_from(x, gelu_from))
 
 
@@ -87,12 +87,12 @@ def quantize_int8(
     x: torch.Tensor, gelu_from: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``int8.quantize_activation(apply_gelu_from(x, gelu_from))``, in one pass where it can."""
-    if gelu_from is not None and _triton_can_run(x):
-        return _ops().int8_rowwise_quant(x, int8.EPS, gelu_from)
     if use_triton(x):
         from . import _triton
 
-        return _triton.int8_rowwise_quant(x, int8.EPS)
+        return _triton.int8_rowwise_quant(x, int8.EPS, -1 if gelu_from is None else gelu_from)
+    if gelu_from is not None and _triton_can_run(x):  # compiling
+        return _ops().int8_rowwise_quant(x, int8.EPS, gelu_from)
     return int8.quantize_activation(apply_gelu_from(x, gelu_from))
 
 
@@ -106,6 +106,10 @@ def int8_scaled_mm(
 ) -> torch.Tensor:
     """``int8.rescale(x_q @ w_q^T, ...)``: the fused Triton GEMM on CUDA, exact int32 elsewhere."""
     if x_q.device.type == "cuda" and HAVE_TRITON:
-        return _ops().int8_scaled_mm(x_q, x_scale, w_q, w_scale, bias, out_dtype)
+        if torch.compiler.is_compiling():
+            return _ops().int8_scaled_mm(x_q, x_scale, w_q, w_scale, bias, out_dtype)
+        from . import _triton
+
+        return _triton.int8_scaled_mm(x_q, x_scale, w_q, w_scale, bias, out_dtype)
     acc = int8.qm.int8_matmul_exact(x_q, w_q)
     return int8.rescale(acc, x_scale, w_scale, bias, out_dtype)

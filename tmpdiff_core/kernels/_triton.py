@@ -16,10 +16,9 @@ tests run them under ``TRITON_INTERPRET=1`` against those functions):
 ``INTERPRET`` selects code that the Triton interpreter can run (no ``libdevice``); on a GPU the
 kernels use the hardware's round-to-nearest-even instruction.
 
-The launches go through ``torch.library.wrap_triton`` and ``ops()`` registers them as
-``torch.library.triton_op`` ops: in eager mode that is a plain launch, and under ``torch.compile``
-Inductor calls the kernels from its own generated code with its own launcher instead of going
-back into a Python wrapper for every call.
+``register_ops()`` also registers them as ``torch.library.triton_op`` ops (launching through
+``wrap_triton``): under ``torch.compile`` Inductor then calls the kernels from its own generated
+code. Eager callers launch the kernels directly (``traced=False``).
 """
 
 from __future__ import annotations
@@ -132,12 +131,12 @@ def _int8_quant_kernel(
     K,
     stride_xm,
     stride_qm,
-    eps,
     gelu_from,
     X_DTYPE: tl.constexpr,
     BLOCK_K: tl.constexpr,
     HAS_GELU: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
+    EPS: tl.constexpr,  # a constant: as a runtime float, Inductor would pass it as fp64
 ):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_K)
@@ -148,7 +147,7 @@ def _int8_quant_kernel(
     amax = tl.max(tl.abs(x), axis=0)
     # qm.int_symmetric_scale: amax / 127.5 in the input dtype, clamp(min=eps), fp32
     scale = _round_like_input(tl.math.div_rn(amax, 127.5), X_DTYPE)
-    scale = tl.maximum(scale, eps)
+    scale = tl.maximum(scale, EPS)
     inv = tl.math.div_rn(1.0, scale)
     y = tl.minimum(tl.maximum(x * inv, -129.0), 128.0)  # the clamp below decides the rest
     y = _rint(y, USE_LIBDEVICE)
@@ -165,7 +164,15 @@ def _num_warps(block_k: int) -> int:
     return 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)
 
 
-def fp8_rowwise_quant(x: torch.Tensor, gelu_from: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+def _launcher(kernel, traced: bool):
+    """``kernel`` itself for an eager launch; ``wrap_triton(kernel)`` inside a ``triton_op``
+    (torch 2.11's eager ``wrap_triton`` path costs ~0.5 ms of Python per launch on an H100 host)."""
+    return wrap_triton(kernel) if traced else kernel
+
+
+def fp8_rowwise_quant(
+    x: torch.Tensor, gelu_from: int = -1, traced: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row e4m3 codes and fp32 ``(rows, 1)`` scales of a 2-D, last-dim-contiguous input;
     ``gelu_from >= 0`` applies the tanh-GELU to the columns from there on first."""
     m, k = x.shape
@@ -173,7 +180,7 @@ def fp8_rowwise_quant(x: torch.Tensor, gelu_from: int = -1) -> tuple[torch.Tenso
     s = torch.empty((m, 1), device=x.device, dtype=torch.float32)
     if m:
         block = _block_k(k)
-        wrap_triton(_fp8_quant_kernel)[(m,)](
+        _launcher(_fp8_quant_kernel, traced)[(m,)](
             x, q, s, k, x.stride(0), q.stride(0), gelu_from,
             X_DTYPE=_TL_DTYPES[x.dtype], BLOCK_K=block, HAS_GELU=gelu_from >= 0,
             USE_LIBDEVICE=not INTERPRET, num_warps=_num_warps(block),
@@ -182,7 +189,7 @@ def fp8_rowwise_quant(x: torch.Tensor, gelu_from: int = -1) -> tuple[torch.Tenso
 
 
 def int8_rowwise_quant(
-    x: torch.Tensor, eps: float, gelu_from: int = -1
+    x: torch.Tensor, eps: float, gelu_from: int = -1, traced: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row symmetric int8 codes and fp32 ``(rows, 1)`` scales of a 2-D input (``gelu_from``
     as in ``fp8_rowwise_quant``)."""
@@ -191,10 +198,10 @@ def int8_rowwise_quant(
     s = torch.empty((m, 1), device=x.device, dtype=torch.float32)
     if m:
         block = _block_k(k)
-        wrap_triton(_int8_quant_kernel)[(m,)](
-            x, q, s, k, x.stride(0), q.stride(0), eps, gelu_from,
+        _launcher(_int8_quant_kernel, traced)[(m,)](
+            x, q, s, k, x.stride(0), q.stride(0), gelu_from,
             X_DTYPE=_TL_DTYPES[x.dtype], BLOCK_K=block, HAS_GELU=gelu_from >= 0,
-            USE_LIBDEVICE=not INTERPRET, num_warps=_num_warps(block),
+            USE_LIBDEVICE=not INTERPRET, EPS=eps, num_warps=_num_warps(block),
         )  # fmt: skip
     return q, s
 
@@ -292,6 +299,7 @@ def int8_scaled_mm(
     w_scale: torch.Tensor,
     bias: torch.Tensor | None,
     out_dtype: torch.dtype,
+    traced: bool = False,
 ) -> torch.Tensor:
     """``int8.rescale(x_q @ w_q^T, x_scale, w_scale, bias, out_dtype)`` in one kernel."""
     m, k = x_q.shape
@@ -308,7 +316,7 @@ def int8_scaled_mm(
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
-    wrap_triton(_int8_mm_kernel)[grid](
+    _launcher(_int8_mm_kernel, traced)[grid](
         x_q, w_q, sa, sb, b, out, m, n, k, x_q.stride(0), w_q.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, OUT_DTYPE=_TL_DTYPES[out_dtype],
     )  # fmt: skip
@@ -328,14 +336,14 @@ def register_ops() -> None:
         bias: torch.Tensor | None,
         out_dtype: torch.dtype,
     ) -> torch.Tensor:
-        return int8_scaled_mm(x_q, x_scale, w_q, w_scale, bias, out_dtype)
+        return int8_scaled_mm(x_q, x_scale, w_q, w_scale, bias, out_dtype, traced=True)
 
     @triton_op("tmpdiff::fp8_rowwise_quant", mutates_args=())
     def fp8_quant_op(x: torch.Tensor, gelu_from: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return fp8_rowwise_quant(x, gelu_from)
+        return fp8_rowwise_quant(x, gelu_from, traced=True)
 
     @triton_op("tmpdiff::int8_rowwise_quant", mutates_args=())
     def int8_quant_op(
         x: torch.Tensor, eps: float, gelu_from: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return int8_rowwise_quant(x, eps, gelu_from)
+        return int8_rowwise_quant(x, eps, gelu_from, traced=True)
