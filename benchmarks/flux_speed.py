@@ -449,6 +449,11 @@ def _gemm_paths(b, x, lin, f8, i8, fp8_act, int8_act, have_triton) -> dict:
         )
         paths["act_quant_fp8_triton"] = lambda: fast.quantize_fp8(x)
         paths["act_quant_int8_triton"] = lambda: fast.quantize_int8(x)
+        # the GELU hand-off: GELU + quantization in one kernel vs F.gelu, then the kernel
+        paths["gelu_quant_fp8_handoff"] = lambda: fast.quantize_fp8(x, 0)
+        paths["gelu_then_quant_fp8"] = lambda: fast.quantize_fp8(
+            torch.nn.functional.gelu(x, approximate="tanh")
+        )
     return paths
 
 

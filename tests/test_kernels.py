@@ -278,6 +278,19 @@ def test_interp_quant_with_gelu_matches_gelu_then_quant(triton_interp, dtype, ge
     assert same.sum() >= 4 and _fp8_equal_up_to_interpreter_rounding(q8[same], rq8[same])
 
 
+def test_interp_rows_longer_than_a_chunk(triton_interp):
+    """Rows wider than the kernels' 4096-column chunk: two passes over several chunks."""
+    x = _x(3, 5000, torch.bfloat16, seed=8) / 10
+    q, s = triton_interp.int8_rowwise_quant(x, int8.EPS)
+    rq, rs = int8.quantize_activation(x)
+    assert torch.equal(q, rq) and torch.equal(s, rs)
+    q, s = triton_interp.int8_rowwise_quant(x, int8.EPS, 4500)  # GELU only in the last chunk
+    rq, rs = int8.quantize_activation(_dispatch.apply_gelu_from(x, 4500))
+    same = (s == rs).squeeze(1)  # where tanh's rounding left the amax alone
+    assert same.any() and torch.equal(q[same, :4500], rq[same, :4500])  # no GELU there
+    assert (q.int() - rq.int()).abs().max() <= 1
+
+
 # --- on a CUDA GPU (run on the device: python -m pytest tests/test_kernels.py -k cuda) ---------
 
 needs_cuda_triton = pytest.mark.skipif(
@@ -293,11 +306,11 @@ def test_cuda_quant_with_gelu_matches_gelu_then_quant(gelu_from):
     ref_in = _dispatch.apply_gelu_from(x, gelu_from)
     q, s = _dispatch.quantize_int8(x, gelu_from)
     rq, rs = int8.quantize_activation(ref_in)
-    assert (q.int() - rq.int()).abs().max() <= 1 and (q != rq).float().mean() < 1e-3
+    assert (q.int() - rq.int()).abs().max() <= 1 and (q != rq).float().mean() < 1e-2
     torch.testing.assert_close(s, rs, rtol=1e-2, atol=0)
     q8, s8 = _dispatch.quantize_fp8(x, gelu_from)
     rq8, rs8 = fp8.quantize_activation(ref_in)
-    assert (q8.float() != rq8.float()).float().mean() < 1e-3
+    assert (q8.float() != rq8.float()).float().mean() < 1e-2
     torch.testing.assert_close(s8, rs8, rtol=1e-2, atol=0)
 
 

@@ -74,21 +74,47 @@ def _rint(y, USE_LIBDEVICE: tl.constexpr):
 
 
 @triton.jit
-def _tanh(u, USE_LIBDEVICE: tl.constexpr):
-    if USE_LIBDEVICE:
-        return libdevice.tanh(u)
+def _tanh(u):
+    """``tanh`` from one ``exp``: cheaper than libdevice's accurate ``tanhf`` (which made the
+    GELU hand-off compute-bound) and well inside the bf16 rounding that follows."""
     e = tl.exp(-2.0 * tl.abs(u))
     t = (1.0 - e) / (1.0 + e)
     return tl.where(u < 0.0, -t, t)
 
 
 @triton.jit
-def _gelu_from(x, offs, gelu_from, X_DTYPE: tl.constexpr, USE_LIBDEVICE: tl.constexpr):
-    """``F.gelu(x, approximate="tanh")`` (fp32 math, result rounded to the input dtype, as ATen
-    does) on the columns ``>= gelu_from``; the columns before it pass through."""
-    inner = (x + 0.044715 * x * x * x) * _GELU_C  # tensor first: constexpr * tensor stays constexpr
-    g = 0.5 * x * (1.0 + _tanh(inner, USE_LIBDEVICE))
-    return tl.where(offs >= gelu_from, _round_like_input(g, X_DTYPE), x)
+def _load_chunk(
+    x_ptr, row, stride_xm, k0, K, gelu_from,
+    X_DTYPE: tl.constexpr, BLOCK_K: tl.constexpr, HAS_GELU: tl.constexpr,
+):  # fmt: skip
+    """Columns ``[k0, k0 + BLOCK_K)`` of a row in fp32, with the GELU of the hand-off applied:
+    ``F.gelu(x, approximate="tanh")`` on the columns ``>= gelu_from``, rounded to the input
+    dtype as ATen's output is."""
+    offs = k0 + tl.arange(0, BLOCK_K)
+    mask = offs < K
+    x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_GELU:
+        inner = (
+            x + 0.044715 * x * x * x
+        ) * _GELU_C  # tensor first: constexpr * tensor is constexpr
+        g = _round_like_input(0.5 * x * (1.0 + _tanh(inner)), X_DTYPE)
+        x = tl.where(offs >= gelu_from, g, x)
+    return x, offs, mask
+
+
+@triton.jit
+def _row_amax(
+    x_ptr, row, stride_xm, K, gelu_from,
+    X_DTYPE: tl.constexpr, BLOCK_K: tl.constexpr, HAS_GELU: tl.constexpr,
+):  # fmt: skip
+    """Pass 1 over a row, chunk by chunk: ``max |x|``. Pass 2 (the caller) reads the row again,
+    from L2: rows of up to 15360 columns never sit in registers whole (that spilled and left one
+    program per SM), and the second read costs no DRAM traffic."""
+    acc = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        x, _, _ = _load_chunk(x_ptr, row, stride_xm, k0, K, gelu_from, X_DTYPE, BLOCK_K, HAS_GELU)
+        acc = tl.maximum(acc, tl.abs(x))
+    return tl.max(acc, axis=0)
 
 
 @triton.jit
@@ -103,23 +129,21 @@ def _fp8_quant_kernel(
     X_DTYPE: tl.constexpr,
     BLOCK_K: tl.constexpr,
     HAS_GELU: tl.constexpr,
-    USE_LIBDEVICE: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK_K)
-    mask = offs < K
-    x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_GELU:
-        x = _gelu_from(x, offs, gelu_from, X_DTYPE, USE_LIBDEVICE)
-    amax = tl.max(tl.abs(x), axis=0)
+    amax = _row_amax(x_ptr, row, stride_xm, K, gelu_from, X_DTYPE, BLOCK_K, HAS_GELU)
     # qm.fp8_scale: amax / 448 divided in the input dtype, then fp32; underflow -> fp32; 0 -> 1
     exact = tl.math.div_rn(amax, FP8_MAX)
     scale = _round_like_input(exact, X_DTYPE)
     scale = tl.where(scale == 0.0, exact, scale)
     scale = tl.where(scale == 0.0, 1.0, scale)
-    y = tl.math.div_rn(x, scale)
-    y = tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX)
-    tl.store(q_ptr + row * stride_qm + offs, y.to(tl.float8e4nv), mask=mask)
+    for k0 in range(0, K, BLOCK_K):
+        x, offs, mask = _load_chunk(
+            x_ptr, row, stride_xm, k0, K, gelu_from, X_DTYPE, BLOCK_K, HAS_GELU
+        )
+        y = tl.math.div_rn(x, scale)
+        y = tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX)
+        tl.store(q_ptr + row * stride_qm + offs, y.to(tl.float8e4nv), mask=mask)
     tl.store(s_ptr + row, scale)
 
 
@@ -139,29 +163,28 @@ def _int8_quant_kernel(
     EPS: tl.constexpr,  # a constant: as a runtime float, Inductor would pass it as fp64
 ):
     row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK_K)
-    mask = offs < K
-    x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_GELU:
-        x = _gelu_from(x, offs, gelu_from, X_DTYPE, USE_LIBDEVICE)
-    amax = tl.max(tl.abs(x), axis=0)
+    amax = _row_amax(x_ptr, row, stride_xm, K, gelu_from, X_DTYPE, BLOCK_K, HAS_GELU)
     # qm.int_symmetric_scale: amax / 127.5 in the input dtype, clamp(min=eps), fp32
     scale = _round_like_input(tl.math.div_rn(amax, 127.5), X_DTYPE)
     scale = tl.maximum(scale, EPS)
     inv = tl.math.div_rn(1.0, scale)
-    y = tl.minimum(tl.maximum(x * inv, -129.0), 128.0)  # the clamp below decides the rest
-    y = _rint(y, USE_LIBDEVICE)
-    y = tl.minimum(tl.maximum(y, -128.0), 127.0)
-    tl.store(q_ptr + row * stride_qm + offs, y.to(tl.int8), mask=mask)
+    for k0 in range(0, K, BLOCK_K):
+        x, offs, mask = _load_chunk(
+            x_ptr, row, stride_xm, k0, K, gelu_from, X_DTYPE, BLOCK_K, HAS_GELU
+        )
+        y = tl.minimum(tl.maximum(x * inv, -129.0), 128.0)  # the clamp below decides the rest
+        y = _rint(y, USE_LIBDEVICE)
+        y = tl.minimum(tl.maximum(y, -128.0), 127.0)
+        tl.store(q_ptr + row * stride_qm + offs, y.to(tl.int8), mask=mask)
     tl.store(s_ptr + row, scale)
 
 
 def _block_k(k: int) -> int:
-    return max(16, triton.next_power_of_2(k))
+    return min(max(16, triton.next_power_of_2(k)), 4096)
 
 
 def _num_warps(block_k: int) -> int:
-    return 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)
+    return 4 if block_k <= 2048 else 8
 
 
 def _launcher(kernel, traced: bool):
@@ -183,7 +206,7 @@ def fp8_rowwise_quant(
         _launcher(_fp8_quant_kernel, traced)[(m,)](
             x, q, s, k, x.stride(0), q.stride(0), gelu_from,
             X_DTYPE=_TL_DTYPES[x.dtype], BLOCK_K=block, HAS_GELU=gelu_from >= 0,
-            USE_LIBDEVICE=not INTERPRET, num_warps=_num_warps(block),
+            num_warps=_num_warps(block),
         )  # fmt: skip
     return q, s
 
