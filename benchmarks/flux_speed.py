@@ -16,8 +16,6 @@ on the GPU in bf16, 1024x1024 (4096 image + 512 text tokens), batch 1. Sections,
   flags turn on coordinate-descent tuning, which is a different compile mode and multiplies the
   compile time); ``torchao_int8``: ``Int8DynamicActivationInt8WeightConfig`` likewise.
 * ``comfy_fp8``: ComfyUI's unscaled fp8 cast (``_comfy_fp8.py``) on the same layers.
-* ``tmpdiff_nohandoff``: ``tmpdiff`` without the GELU hand-off (``prepare(...,
-  fuse_activations=False)``): warm-up and ms/step per precision only, for the side-by-side.
 * ``bf16_cudagraphs``, ``tmpdiff_cudagraphs``: ``bf16`` and ``tmpdiff`` with per-block CUDA graphs
   (``mode="reduce-overhead"``; not in the default list).
 
@@ -69,7 +67,7 @@ TINY = dict(
 )  # fmt: skip
 # Seconds each section needs at full size on an H100 (measured, with margin); used by the guard.
 SECTION_COST = {
-    "gemm": 40, "bf16": 45, "tmpdiff": 120, "tmpdiff_nohandoff": 50, "torchao_fp8": 30, "comfy_fp8": 20, "torchao_int8": 30,
+    "gemm": 40, "bf16": 45, "tmpdiff": 120, "torchao_fp8": 30, "comfy_fp8": 20, "torchao_int8": 30,
     "bf16_cudagraphs": 40, "tmpdiff_cudagraphs": 80,
 }  # fmt: skip
 MIXED_SCHEDULES = {
@@ -449,11 +447,6 @@ def _gemm_paths(b, x, lin, f8, i8, fp8_act, int8_act, have_triton) -> dict:
         )
         paths["act_quant_fp8_triton"] = lambda: fast.quantize_fp8(x)
         paths["act_quant_int8_triton"] = lambda: fast.quantize_int8(x)
-        # the GELU hand-off: GELU + quantization in one kernel vs F.gelu, then the kernel
-        paths["gelu_quant_fp8_handoff"] = lambda: fast.quantize_fp8(x, 0)
-        paths["gelu_then_quant_fp8"] = lambda: fast.quantize_fp8(
-            torch.nn.functional.gelu(x, approximate="tanh")
-        )
     return paths
 
 
@@ -730,30 +723,6 @@ def section_tmpdiff(b: Bench, sec: str = "tmpdiff", cudagraphs: bool = False) ->
     b.put(sec, "graphs_compiled_after_warmup_final", graphs_compiled() - g1)
 
 
-def section_tmpdiff_nohandoff(b: Bench) -> None:
-    """The prepared model without the GELU hand-off: ms/step per precision, same compile mode."""
-    sec = "tmpdiff_nohandoff"
-    model = b.build()
-    handle = prepare(
-        model, [p.strip() for p in b.args.precisions.split(",")],
-        backend="fused" if b.cuda else "auto", fuse_activations=False,
-    )  # fmt: skip
-    b.put(sec, "summary", handle.summary())
-    inp = b.inputs()
-    recompile_limit(4 * len(handle.precisions))
-    b.compile_blocks(model)
-    warm, steps = {}, {}
-    for p in handle.precisions:
-        handle.set_precision(p)
-        warm[p] = b.first_call_s(model, inp)
-        steps[p] = b.step_ms(model, inp)
-        b.put(sec, f"step_{p}", steps[p])
-    b.put(sec, "warmup", warm)
-    for p in handle.precisions[1:]:
-        handle.set_precision(p)
-        b.put(sec, f"profile_{p}", b.profile(model, inp))
-
-
 def section_bf16_cudagraphs(b: Bench) -> None:
     """The plain bf16 model, per-block compiled with CUDA graphs (``reduce-overhead``)."""
     b.args.profile = False
@@ -842,7 +811,6 @@ SECTIONS = {
     "gemm": section_gemm,
     "bf16": section_bf16,
     "tmpdiff": section_tmpdiff,
-    "tmpdiff_nohandoff": section_tmpdiff_nohandoff,
     "torchao_fp8": section_torchao_fp8,
     "comfy_fp8": section_comfy,
     "torchao_int8": section_torchao_int8,
@@ -865,7 +833,7 @@ def summary_table(b: Bench) -> str:
     if "step" in s.get("bf16_cudagraphs", {}):
         v = s["bf16_cudagraphs"]
         add("bf16 (plain) cudagraphs", v["step"]["median_ms"], v.get("warmup_s"), v.get("peak_gib"))
-    for sec_name in ("tmpdiff", "tmpdiff_nohandoff", "tmpdiff_cudagraphs"):
+    for sec_name in ("tmpdiff", "tmpdiff_cudagraphs"):
         sec = s.get(sec_name, {})
         for k, v in sec.items():
             if k.startswith("step_"):

@@ -254,41 +254,16 @@ def test_interp_int8_mm_matches_rescale(triton_interp, dtype, m, n, k, bias):
     assert torch.equal(out, ref)
 
 
-def _gelu_input(dtype, seed: int = 5) -> torch.Tensor:
-    x = _x(5, 96, dtype, seed=seed) / 10
-    x[3] = 0  # an all-zero row: GELU(0) = 0, scale of an all-zero row
-    return x
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("gelu_from", [0, 40])
-def test_interp_quant_with_gelu_matches_gelu_then_quant(triton_interp, dtype, gelu_from):
-    """The hand-off kernels: GELU inside the quantization = ``F.gelu`` then the format's function,
-    up to the rounding of ``tanh`` (the interpreter computes it from ``exp``)."""
-    x = _gelu_input(dtype)
-    ref_in = _dispatch.apply_gelu_from(x, gelu_from)
-    q, s = triton_interp.int8_rowwise_quant(x, int8.EPS, gelu_from)
-    rq, rs = int8.quantize_activation(ref_in)
-    torch.testing.assert_close(s, rs, rtol=1e-2, atol=0)
-    assert (q.int() - rq.int()).abs().max() <= 1 and (q != rq).float().mean() < 0.02
-    q8, s8 = triton_interp.fp8_rowwise_quant(x, gelu_from)
-    rq8, rs8 = fp8.quantize_activation(ref_in)
-    torch.testing.assert_close(s8, rs8, rtol=1e-2, atol=0)
-    same = (s8 == rs8).squeeze(1)  # where tanh's rounding left the amax alone: the codes match
-    assert same.sum() >= 4 and _fp8_equal_up_to_interpreter_rounding(q8[same], rq8[same])
-
-
 def test_interp_rows_longer_than_a_chunk(triton_interp):
     """Rows wider than the kernels' 4096-column chunk: two passes over several chunks."""
     x = _x(3, 5000, torch.bfloat16, seed=8) / 10
     q, s = triton_interp.int8_rowwise_quant(x, int8.EPS)
     rq, rs = int8.quantize_activation(x)
     assert torch.equal(q, rq) and torch.equal(s, rs)
-    q, s = triton_interp.int8_rowwise_quant(x, int8.EPS, 4500)  # GELU only in the last chunk
-    rq, rs = int8.quantize_activation(_dispatch.apply_gelu_from(x, 4500))
-    same = (s == rs).squeeze(1)  # where tanh's rounding left the amax alone
-    assert same.any() and torch.equal(q[same, :4500], rq[same, :4500])  # no GELU there
-    assert (q.int() - rq.int()).abs().max() <= 1
+    x[1, 4800] = 30.0  # the row's amax sits in the last chunk
+    q, s = triton_interp.fp8_rowwise_quant(x)
+    rq, rs = fp8.quantize_activation(x)
+    assert torch.equal(s, rs) and _fp8_equal_up_to_interpreter_rounding(q, rq)
 
 
 # --- on a CUDA GPU (run on the device: python -m pytest tests/test_kernels.py -k cuda) ---------
@@ -300,38 +275,18 @@ needs_cuda_triton = pytest.mark.skipif(
 
 
 @needs_cuda_triton
-@pytest.mark.parametrize("gelu_from", [0, 3072])
-def test_cuda_quant_with_gelu_matches_gelu_then_quant(gelu_from):
-    x = (_x(300, 15360, seed=2) / 10).cuda()
-    ref_in = _dispatch.apply_gelu_from(x, gelu_from)
-    q, s = _dispatch.quantize_int8(x, gelu_from)
-    rq, rs = int8.quantize_activation(ref_in)
-    assert (q.int() - rq.int()).abs().max() <= 1 and (q != rq).float().mean() < 1e-2
-    torch.testing.assert_close(s, rs, rtol=1e-2, atol=0)
-    q8, s8 = _dispatch.quantize_fp8(x, gelu_from)
-    rq8, rs8 = fp8.quantize_activation(ref_in)
-    assert (q8.float() != rq8.float()).float().mean() < 1e-2
-    torch.testing.assert_close(s8, rs8, rtol=1e-2, atol=0)
-
-
-@needs_cuda_triton
 @pytest.mark.parametrize("cls", [fast.FusedInt8Linear, fast.FusedFp8Linear])
 def test_cuda_fused_layers_compiled_match_eager(cls):
-    """The triton ops under torch.compile (Inductor launches them): same numbers as eager."""
+    """Under torch.compile (Inductor quantizes; the int8 GEMM is the triton_op Inductor launches):
+    the eager layer's numbers, up to Inductor rounding some activation scales differently
+    (measured 1.2% apart for fp8, inside the format's own error of ~3.7% vs fp32)."""
     torch.manual_seed(0)
     lin = torch.nn.Linear(1024, 512).cuda().bfloat16()
     layer = cls(lin)
     x = (_x(77, 1024, seed=4) / 10).cuda()
-    for gelu_from in (None, 256):
-        layer.gelu_from = gelu_from
-        torch._dynamo.reset()
-        compiled = torch.compile(layer, fullgraph=True)
-        got, want = compiled(x), layer(x)
-        if gelu_from is not None:  # the same kernels, launched by Inductor: the same bits
-            assert torch.equal(got, want)
-        else:  # Inductor's own quantization rounds some scales differently from eager PyTorch:
-            # measured 1.2% (fp8) apart, inside the format's own error (fp8 ~3.7% vs fp32)
-            assert ((got - want).float().norm() / want.float().norm()).item() < 3e-2
+    torch._dynamo.reset()
+    got, want = torch.compile(layer, fullgraph=True)(x), layer(x)
+    assert ((got - want).float().norm() / want.float().norm()).item() < 3e-2
 
 
 # --- the benchmark's logic on a tiny model ----------------------------------------------------

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import handoff
 from .errors import PrepareError
 from .formats import module_nbytes, select_backend
 from .layers import MultiPrecisionLinear
@@ -70,7 +69,6 @@ class PreparedModel:
     backends: dict[str, str]
     fallbacks: dict[str, dict[str, str]] = field(default_factory=dict)
     model_ref: nn.Module | None = field(default=None, repr=False)
-    handoffs: dict[str, nn.Module] = field(default_factory=dict, repr=False)
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -104,8 +102,6 @@ class PreparedModel:
             lines.append(f"  {p:<8} backend={self.backends[p]:<10} layers={n}/{len(self.layers)}")
         for p, failed in self.fallbacks.items():
             lines.append(f"  {p}: {len(failed)} layer(s) stay at the reference: {_first(failed)}")
-        if self.handoffs:
-            lines.append(f"  GELU hand-offs (GELU fused into the next layer): {len(self.handoffs)}")
         return "\n".join(lines)
 
 
@@ -115,7 +111,6 @@ def prepare(
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     backend: str = "auto",
-    fuse_activations: bool = True,
 ) -> PreparedModel:
     """Wrap every eligible ``nn.Linear`` of ``model`` in place; quantize once per layer and format.
 
@@ -126,8 +121,6 @@ def prepare(
         include: globs of module names eligible for quantization (default: every ``nn.Linear``).
         exclude: globs kept at the reference (default: ``policy.DEFAULT_EXCLUDE``).
         backend: ``"auto"`` or a backend name forced for every precision (``"emulated"``, …).
-        fuse_activations: let layers whose backend can do it apply the preceding tanh-GELU
-            inside their activation quantization (``handoff``; the ``fused`` CUDA backend).
 
     ``nn.Conv2d`` layers are not wrapped yet: no torchao kernel runs these formats on
     convolutions, so a UNet's convs stay at the reference while its attention/FF linears switch.
@@ -137,8 +130,6 @@ def prepare(
     handle = build_layers(model, precisions, include, exclude, backend)
     for name, layer in handle.layers.items():
         _set_submodule(model, name, layer)
-    if fuse_activations:
-        handle.handoffs = handoff.install(model, handle.state)
     object.__setattr__(model, _ATTR, handle)
     handle.model_ref = model
     logger.info(handle.summary())
@@ -201,7 +192,6 @@ def get_prepared(model: nn.Module) -> PreparedModel:
 def unprepare(model: nn.Module) -> None:
     """Put the original layers back and drop the variants."""
     handle = get_prepared(model)
-    handoff.remove(model, handle.handoffs)
     for name, layer in handle.layers.items():
         _set_submodule(model, name, layer.reference)
     object.__delattr__(model, _ATTR)

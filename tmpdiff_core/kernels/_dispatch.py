@@ -1,16 +1,12 @@
 """Which implementation of each fused step runs.
 
-* Plain activation quantization: Triton on a CUDA tensor in eager mode; the formats' PyTorch
+* Activation quantization: Triton on a CUDA tensor in eager mode; the formats' PyTorch
   functions everywhere else (CPU, no Triton, and under ``torch.compile``, where Inductor fuses
   them into the op that produced the activation, e.g. the LayerNorm + modulation before a QKV
   projection, better than an opaque kernel could).
-* Quantization with the GELU hand-off (``gelu_from``): the one-pass Triton kernel on CUDA, eager
-  and compiled alike (compiled: through its ``triton_op``) (Inductor splits a GELU + per-token amax over 12288-15360 columns into two
-  passes over memory; the kernel makes one); GELU then the formats' function elsewhere.
-* The int8 GEMM: the fused-epilogue Triton kernel on CUDA, the exact int32 reference elsewhere.
-
-On CUDA the Triton kernels are ``torch.library.triton_op`` ops (``_triton.ops()``), so
-``torch.compile`` launches them from its generated code and never traces into Triton.
+* The int8 GEMM: the fused-epilogue Triton kernel on CUDA (under ``torch.compile`` as the
+  ``triton_op`` ``tmpdiff::int8_scaled_mm``, so Inductor launches it from its generated code and
+  never traces into Triton), the exact int32 reference elsewhere.
 """
 
 from __future__ import annotations
@@ -18,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 
 import torch
-import torch.nn.functional as F
 
 from ..formats import fp8, int8
 
@@ -32,27 +27,11 @@ def triton_reason() -> str | None:
     return None if HAVE_TRITON else "triton is not installed"
 
 
-def _triton_can_run(x: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cuda"
-        and HAVE_TRITON
-        and x.dtype in (torch.bfloat16, torch.float16, torch.float32)
-        and x.stride(-1) == 1
-    )
-
-
 def use_triton(x: torch.Tensor) -> bool:
-    """True where the plain quantization kernels should run on ``x``: eager mode, CUDA, Triton."""
-    return not torch.compiler.is_compiling() and _triton_can_run(x)
-
-
-def apply_gelu_from(x: torch.Tensor, gelu_from: int | None) -> torch.Tensor:
-    """The reference of the hand-off: tanh-GELU on the columns from ``gelu_from`` on."""
-    if gelu_from is None:
-        return x
-    if gelu_from == 0:
-        return F.gelu(x, approximate="tanh")
-    return torch.cat([x[:, :gelu_from], F.gelu(x[:, gelu_from:], approximate="tanh")], dim=1)
+    """True where the quantization kernels should run on ``x``: eager mode, CUDA, Triton."""
+    if torch.compiler.is_compiling() or x.device.type != "cuda" or not HAVE_TRITON:
+        return False
+    return x.dtype in (torch.bfloat16, torch.float16, torch.float32) and x.stride(-1) == 1
 
 
 def _ops():
@@ -62,7 +41,7 @@ def _ops():
 
 
 def register_ops() -> None:
-    """Register the ``tmpdiff::`` ops now (before a ``torch.compile`` trace reaches them)."""
+    """Register ``tmpdiff::int8_scaled_mm`` now (before a ``torch.compile`` trace reaches it)."""
     global _OPS_REGISTERED
     from . import _triton
 
@@ -70,30 +49,22 @@ def register_ops() -> None:
     _OPS_REGISTERED = True
 
 
-def quantize_fp8(
-    x: torch.Tensor, gelu_from: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fp8.quantize_activation(apply_gelu_from(x, gelu_from))``, in one pass where it can."""
+def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fp8.quantize_activation`` (per-token e4m3), in one Triton pass where that applies."""
     if use_triton(x):
         from . import _triton
 
-        return _triton.fp8_rowwise_quant(x, -1 if gelu_from is None else gelu_from)
-    if gelu_from is not None and _triton_can_run(x):  # compiling
-        return _ops().fp8_rowwise_quant(x, gelu_from)
-    return fp8.quantize_activation(apply_gelu_from(x, gelu_from))
+        return _triton.fp8_rowwise_quant(x)
+    return fp8.quantize_activation(x)
 
 
-def quantize_int8(
-    x: torch.Tensor, gelu_from: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``int8.quantize_activation(apply_gelu_from(x, gelu_from))``, in one pass where it can."""
+def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``int8.quantize_activation`` (per-token symmetric int8), in one Triton pass where it applies."""
     if use_triton(x):
         from . import _triton
 
-        return _triton.int8_rowwise_quant(x, int8.EPS, -1 if gelu_from is None else gelu_from)
-    if gelu_from is not None and _triton_can_run(x):  # compiling
-        return _ops().int8_rowwise_quant(x, int8.EPS, gelu_from)
-    return int8.quantize_activation(apply_gelu_from(x, gelu_from))
+        return _triton.int8_rowwise_quant(x, int8.EPS)
+    return int8.quantize_activation(x)
 
 
 def int8_scaled_mm(

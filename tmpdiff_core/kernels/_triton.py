@@ -4,10 +4,9 @@ Each kernel reproduces a pure-PyTorch function of ``tmpdiff_core.formats`` to th
 tests run them under ``TRITON_INTERPRET=1`` against those functions):
 
 * ``fp8_rowwise_quant``: ``formats.fp8.quantize_activation`` (per-token e4m3 codes + fp32 scale)
-  in one pass over the input instead of the ~6 kernels eager PyTorch launches. With
-  ``gelu_from=k`` it first applies the tanh-GELU to the columns from ``k`` on (the GELU hand-off,
-  ``tmpdiff_core.handoff``), so a GELU output that is only ever quantized never goes through
-  device memory in bf16 (to the rounding of ``tanh``: close to, not bit-exact with, ``F.gelu``).
+  in one kernel instead of the ~6 eager PyTorch launches: a row is read in 4096-column chunks twice
+  (``amax``, then quantize), the second time from L2, so wide rows (15360 columns) neither spill
+  registers nor cost a second pass over device memory.
 * ``int8_rowwise_quant``: ``formats.int8.quantize_activation`` likewise.
 * ``int8_scaled_mm``: ``int8.rescale(x_q @ w_q^T)`` as one GEMM whose epilogue applies the
   per-token and per-row scales and the bias in ``rescale``'s order and roundings, so the int32 accumulator never
@@ -16,9 +15,9 @@ tests run them under ``TRITON_INTERPRET=1`` against those functions):
 ``INTERPRET`` selects code that the Triton interpreter can run (no ``libdevice``); on a GPU the
 kernels use the hardware's round-to-nearest-even instruction.
 
-``register_ops()`` also registers them as ``torch.library.triton_op`` ops (launching through
-``wrap_triton``): under ``torch.compile`` Inductor then calls the kernels from its own generated
-code. Eager callers launch the kernels directly (``traced=False``).
+``register_ops()`` registers the GEMM as the ``torch.library.triton_op`` ``tmpdiff::int8_scaled_mm``
+(launching through ``wrap_triton``): under ``torch.compile`` Inductor calls the kernel from its own
+generated code. Eager callers launch the kernels directly (``traced=False``).
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ else:  # the interpreter has no libdevice; the kernels never touch it there
 # Globals a kernel reads must be constexpr (the GPU compiler refuses plain ones)
 FP8_MAX = tl.constexpr(448.0)
 _MAGIC = tl.constexpr(12582912.0)  # 1.5 * 2**23: (y + M) - M rounds |y| < 2**22 to nearest even
-_TWO_GELU_C = tl.constexpr(1.5957691216057308)  # 2 sqrt(2 / pi) (ATen's tanh-GELU: sqrt(2 / pi))
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
@@ -74,40 +72,22 @@ def _rint(y, USE_LIBDEVICE: tl.constexpr):
 
 
 @triton.jit
-def _load_chunk(
-    x_ptr, row, stride_xm, k0, K, gelu_from,
-    X_DTYPE: tl.constexpr, BLOCK_K: tl.constexpr, HAS_GELU: tl.constexpr,
-):  # fmt: skip
-    """Columns ``[k0, k0 + BLOCK_K)`` of a row in fp32, with the GELU of the hand-off applied:
-    ``F.gelu(x, approximate="tanh")`` on the columns ``>= gelu_from``, rounded to the input
-    dtype as ATen's output is.
-
-    ``0.5 x (1 + tanh(u)) = x / (1 + exp(-2u))``: one ``exp`` and one fast division per element.
-    libdevice's accurate ``tanhf`` with IEEE divisions made the kernel compute-bound (0.22 ms
-    where its memory traffic needs 0.07 ms on an H100); the difference is far below the bf16
-    rounding that follows."""
+def _load_chunk(x_ptr, row, stride_xm, k0, K, BLOCK_K: tl.constexpr):
+    """Columns ``[k0, k0 + BLOCK_K)`` of a row, in fp32, with their offsets and mask."""
     offs = k0 + tl.arange(0, BLOCK_K)
     mask = offs < K
     x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_GELU:
-        # tensor first: constexpr * tensor would stay a constexpr
-        two_u = (x + 0.044715 * x * x * x) * _TWO_GELU_C
-        g = tl.math.fdiv(x, 1.0 + tl.exp(-two_u), ieee_rounding=False)
-        x = tl.where(offs >= gelu_from, _round_like_input(g, X_DTYPE), x)
     return x, offs, mask
 
 
 @triton.jit
-def _row_amax(
-    x_ptr, row, stride_xm, K, gelu_from,
-    X_DTYPE: tl.constexpr, BLOCK_K: tl.constexpr, HAS_GELU: tl.constexpr,
-):  # fmt: skip
+def _row_amax(x_ptr, row, stride_xm, K, BLOCK_K: tl.constexpr):
     """Pass 1 over a row, chunk by chunk: ``max |x|``. Pass 2 (the caller) reads the row again,
     from L2: rows of up to 15360 columns never sit in registers whole (that spilled and left one
     program per SM), and the second read costs no DRAM traffic."""
     acc = tl.zeros([BLOCK_K], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        x, _, _ = _load_chunk(x_ptr, row, stride_xm, k0, K, gelu_from, X_DTYPE, BLOCK_K, HAS_GELU)
+        x, _, _ = _load_chunk(x_ptr, row, stride_xm, k0, K, BLOCK_K)
         acc = tl.maximum(acc, tl.abs(x))
     return tl.max(acc, axis=0)
 
@@ -120,22 +100,18 @@ def _fp8_quant_kernel(
     K,
     stride_xm,
     stride_qm,
-    gelu_from,
     X_DTYPE: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    HAS_GELU: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    amax = _row_amax(x_ptr, row, stride_xm, K, gelu_from, X_DTYPE, BLOCK_K, HAS_GELU)
+    amax = _row_amax(x_ptr, row, stride_xm, K, BLOCK_K)
     # qm.fp8_scale: amax / 448 divided in the input dtype, then fp32; underflow -> fp32; 0 -> 1
     exact = tl.math.div_rn(amax, FP8_MAX)
     scale = _round_like_input(exact, X_DTYPE)
     scale = tl.where(scale == 0.0, exact, scale)
     scale = tl.where(scale == 0.0, 1.0, scale)
     for k0 in range(0, K, BLOCK_K):
-        x, offs, mask = _load_chunk(
-            x_ptr, row, stride_xm, k0, K, gelu_from, X_DTYPE, BLOCK_K, HAS_GELU
-        )
+        x, offs, mask = _load_chunk(x_ptr, row, stride_xm, k0, K, BLOCK_K)
         y = tl.math.div_rn(x, scale)
         y = tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX)
         tl.store(q_ptr + row * stride_qm + offs, y.to(tl.float8e4nv), mask=mask)
@@ -150,23 +126,19 @@ def _int8_quant_kernel(
     K,
     stride_xm,
     stride_qm,
-    gelu_from,
     X_DTYPE: tl.constexpr,
     BLOCK_K: tl.constexpr,
-    HAS_GELU: tl.constexpr,
     USE_LIBDEVICE: tl.constexpr,
     EPS: tl.constexpr,  # a constant: as a runtime float, Inductor would pass it as fp64
 ):
     row = tl.program_id(0).to(tl.int64)
-    amax = _row_amax(x_ptr, row, stride_xm, K, gelu_from, X_DTYPE, BLOCK_K, HAS_GELU)
+    amax = _row_amax(x_ptr, row, stride_xm, K, BLOCK_K)
     # qm.int_symmetric_scale: amax / 127.5 in the input dtype, clamp(min=eps), fp32
     scale = _round_like_input(tl.math.div_rn(amax, 127.5), X_DTYPE)
     scale = tl.maximum(scale, EPS)
     inv = tl.math.div_rn(1.0, scale)
     for k0 in range(0, K, BLOCK_K):
-        x, offs, mask = _load_chunk(
-            x_ptr, row, stride_xm, k0, K, gelu_from, X_DTYPE, BLOCK_K, HAS_GELU
-        )
+        x, offs, mask = _load_chunk(x_ptr, row, stride_xm, k0, K, BLOCK_K)
         y = tl.minimum(tl.maximum(x * inv, -129.0), 128.0)  # the clamp below decides the rest
         y = _rint(y, USE_LIBDEVICE)
         y = tl.minimum(tl.maximum(y, -128.0), 127.0)
@@ -182,44 +154,31 @@ def _num_warps(block_k: int) -> int:
     return 4 if block_k <= 2048 else 8
 
 
-def _launcher(kernel, traced: bool):
-    """``kernel`` itself for an eager launch; ``wrap_triton(kernel)`` inside a ``triton_op``
-    (torch 2.11's eager ``wrap_triton`` path costs ~0.5 ms of Python per launch on an H100 host)."""
-    return wrap_triton(kernel) if traced else kernel
-
-
-def fp8_rowwise_quant(
-    x: torch.Tensor, gelu_from: int = -1, traced: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row e4m3 codes and fp32 ``(rows, 1)`` scales of a 2-D, last-dim-contiguous input;
-    ``gelu_from >= 0`` applies the tanh-GELU to the columns from there on first."""
+def fp8_rowwise_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row e4m3 codes and fp32 ``(rows, 1)`` scales of a 2-D, last-dim-contiguous input."""
     m, k = x.shape
     q = torch.empty((m, k), device=x.device, dtype=torch.float8_e4m3fn)
     s = torch.empty((m, 1), device=x.device, dtype=torch.float32)
     if m:
         block = _block_k(k)
-        _launcher(_fp8_quant_kernel, traced)[(m,)](
-            x, q, s, k, x.stride(0), q.stride(0), gelu_from,
-            X_DTYPE=_TL_DTYPES[x.dtype], BLOCK_K=block, HAS_GELU=gelu_from >= 0,
-            num_warps=_num_warps(block),
+        _fp8_quant_kernel[(m,)](
+            x, q, s, k, x.stride(0), q.stride(0),
+            X_DTYPE=_TL_DTYPES[x.dtype], BLOCK_K=block, num_warps=_num_warps(block),
         )  # fmt: skip
     return q, s
 
 
-def int8_rowwise_quant(
-    x: torch.Tensor, eps: float, gelu_from: int = -1, traced: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row symmetric int8 codes and fp32 ``(rows, 1)`` scales of a 2-D input (``gelu_from``
-    as in ``fp8_rowwise_quant``)."""
+def int8_rowwise_quant(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row symmetric int8 codes and fp32 ``(rows, 1)`` scales of a 2-D input."""
     m, k = x.shape
     q = torch.empty((m, k), device=x.device, dtype=torch.int8)
     s = torch.empty((m, 1), device=x.device, dtype=torch.float32)
     if m:
         block = _block_k(k)
-        _launcher(_int8_quant_kernel, traced)[(m,)](
-            x, q, s, k, x.stride(0), q.stride(0), gelu_from,
-            X_DTYPE=_TL_DTYPES[x.dtype], BLOCK_K=block, HAS_GELU=gelu_from >= 0,
-            USE_LIBDEVICE=not INTERPRET, EPS=eps, num_warps=_num_warps(block),
+        _int8_quant_kernel[(m,)](
+            x, q, s, k, x.stride(0), q.stride(0),
+            X_DTYPE=_TL_DTYPES[x.dtype], BLOCK_K=block, USE_LIBDEVICE=not INTERPRET, EPS=eps,
+            num_warps=_num_warps(block),
         )  # fmt: skip
     return q, s
 
@@ -334,7 +293,9 @@ def int8_scaled_mm(
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
-    _launcher(_int8_mm_kernel, traced)[grid](
+    # inside the triton_op: wrap_triton; eager: the kernel itself (torch 2.11's eager wrap_triton
+    # path cost ~0.6 ms of Python per launch on the H100 host, 25x the kernel)
+    (wrap_triton(_int8_mm_kernel) if traced else _int8_mm_kernel)[grid](
         x_q, w_q, sa, sb, b, out, m, n, k, x_q.stride(0), w_q.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, OUT_DTYPE=_TL_DTYPES[out_dtype],
     )  # fmt: skip
@@ -343,7 +304,7 @@ def int8_scaled_mm(
 
 @functools.cache
 def register_ops() -> None:
-    """Register the kernels as ``torch.library.triton_op`` ops ``torch.ops.tmpdiff.*`` (once)."""
+    """Register the GEMM as the ``torch.library.triton_op`` ``tmpdiff::int8_scaled_mm`` (once)."""
 
     @triton_op("tmpdiff::int8_scaled_mm", mutates_args=())
     def int8_scaled_mm_op(
@@ -355,13 +316,3 @@ def register_ops() -> None:
         out_dtype: torch.dtype,
     ) -> torch.Tensor:
         return int8_scaled_mm(x_q, x_scale, w_q, w_scale, bias, out_dtype, traced=True)
-
-    @triton_op("tmpdiff::fp8_rowwise_quant", mutates_args=())
-    def fp8_quant_op(x: torch.Tensor, gelu_from: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return fp8_rowwise_quant(x, gelu_from, traced=True)
-
-    @triton_op("tmpdiff::int8_rowwise_quant", mutates_args=())
-    def int8_quant_op(
-        x: torch.Tensor, eps: float, gelu_from: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return int8_rowwise_quant(x, eps, gelu_from, traced=True)
