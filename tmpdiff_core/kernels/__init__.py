@@ -2,8 +2,8 @@
 
 ``register()`` puts a ``fused`` backend first for ``fp8`` and ``int8``; ``tmpdiff_core.formats``
 calls it on import, so ``backend="auto"`` picks it on a CUDA GPU where it can run (it is what
-BENCHMARKS.md measured: fp8 105.9 ms/step vs 112.2 for torchao; the int8 Triton GEMM 69 ms of GEMMs
-per step vs 87 for ``torch._int_mm``), then the formats' own kernels, emulation last.
+BENCHMARKS.md measured: fp8 104.2 ms/step, level with torchao's 103.0; the int8 Triton GEMM 62.5 ms
+of GEMMs per step vs 85.4 for ``torch._int_mm``), then the formats' own kernels, emulation last.
 
 Everything GPU-specific is imported lazily, so this package imports on a CPU-only machine; there
 the ``fused`` backend reports itself unavailable and the CPU tests check its reference math.
