@@ -37,29 +37,38 @@ def refine_speed(run, feasible, n_evals: int, resolve) -> None:
             if inc is None:
                 break
             run.recalibrate()
-            cand = None
-            sol = resolve()
-            if sol is not None:
-                s = run.names(sol[0])
-                if feasible(s) and not run.ev.is_known(s) and s not in tried:
-                    cand, why = s, "re-solved model"
-            if cand is None:
-                cand, why = _best_neighbour(run, inc[0], feasible, tried)
+            cand, why = _next_candidate(run, inc[0], feasible, tried, resolve)
             if cand is None:
                 break
-            tried.add(cand)
-            loss = run.loss(cand, "refine")
-            run.trace.append(
-                {
-                    "phase": "refine",
-                    "why": why,
-                    "schedule": list(cand),
-                    "loss": loss,
-                    "accepted": bool(loss < inc[1] - 1e-12),
-                }
-            )
+            _measure(run, cand, why, tried, lambda loss, best=inc[1]: loss < best - 1e-12)
             bar.update(1)
     run.phase("refine", start)
+
+
+def _next_candidate(run, inc: tuple[str, ...], usable, tried, resolve) -> tuple:
+    """The re-solved model's optimum if it is usable and unmeasured, else the incumbent's
+    best-ranked unmeasured neighbour; ``(None, "")`` when there is neither."""
+    sol = resolve()
+    if sol is not None:
+        s = run.names(sol[0])
+        if usable(s) and not run.ev.is_known(s) and s not in tried:
+            return s, "re-solved model"
+    return _best_neighbour(run, inc, usable, tried)
+
+
+def _measure(run, cand: tuple[str, ...], why: str, tried: set, accepted) -> None:
+    """Evaluate one candidate and record it in the search trace."""
+    tried.add(cand)
+    loss = run.loss(cand, "refine")
+    run.trace.append(
+        {
+            "phase": "refine",
+            "why": why,
+            "schedule": list(cand),
+            "loss": loss,
+            "accepted": bool(accepted(loss)),
+        }
+    )
 
 
 def _best_neighbour(run, inc: tuple[str, ...], feasible, tried) -> tuple:
@@ -112,28 +121,11 @@ def refine_quality(run, max_loss: float, n_evals: int, resolve) -> None:
             inc = min(feas, key=lambda s: (run.cost(s), run.ev.evaluated[s].loss))
             inc_cost = run.cost(inc)
             run.recalibrate()
-            cand, why = None, ""
-            sol = resolve()
-            if sol is not None:
-                s = run.names(sol[0])
-                if run.cost(s) < inc_cost - 1e-12 and not run.ev.is_known(s) and s not in tried:
-                    cand, why = s, "re-solved model"
-            if cand is None:
-                cand, why = _best_neighbour(
-                    run, inc, lambda s, c=inc_cost: run.cost(s) < c - 1e-12, tried
-                )
+            cand, why = _next_candidate(
+                run, inc, lambda s, c=inc_cost: run.cost(s) < c - 1e-12, tried, resolve
+            )
             if cand is None:
                 break
-            tried.add(cand)
-            loss = run.loss(cand, "refine")
-            run.trace.append(
-                {
-                    "phase": "refine",
-                    "why": why,
-                    "schedule": list(cand),
-                    "loss": loss,
-                    "accepted": bool(loss <= max_loss),
-                }
-            )
+            _measure(run, cand, why, tried, lambda loss: loss <= max_loss)
             bar.update(1)
     run.phase("refine", start)
