@@ -19,7 +19,7 @@ from ..formats import fp8, int8
 
 # Plain module globals (not cached calls): Dynamo reads them while tracing without a graph break.
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
-_OPS_REGISTERED = False
+_MM_OP_REGISTERED = False
 
 
 def triton_reason() -> str | None:
@@ -34,19 +34,15 @@ def use_triton(x: torch.Tensor) -> bool:
     return x.dtype in (torch.bfloat16, torch.float16, torch.float32) and x.stride(-1) == 1
 
 
-def _ops():
-    if not _OPS_REGISTERED:
-        register_ops()
-    return torch.ops.tmpdiff
+def register_mm_op() -> None:
+    """Register ``tmpdiff::int8_scaled_mm`` once (call it before a ``torch.compile`` trace
+    reaches the op: the layers do, at construction on CUDA)."""
+    global _MM_OP_REGISTERED
+    if not _MM_OP_REGISTERED:
+        from . import _triton
 
-
-def register_ops() -> None:
-    """Register ``tmpdiff::int8_scaled_mm`` now (before a ``torch.compile`` trace reaches it)."""
-    global _OPS_REGISTERED
-    from . import _triton
-
-    _triton.register_ops()
-    _OPS_REGISTERED = True
+        _triton.register_mm_op()
+        _MM_OP_REGISTERED = True
 
 
 def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +74,8 @@ def int8_scaled_mm(
     """``int8.rescale(x_q @ w_q^T, ...)``: the fused Triton GEMM on CUDA, exact int32 elsewhere."""
     if x_q.device.type == "cuda" and HAVE_TRITON:
         if torch.compiler.is_compiling():
-            return _ops().int8_scaled_mm(x_q, x_scale, w_q, w_scale, bias, out_dtype)
+            register_mm_op()
+            return torch.ops.tmpdiff.int8_scaled_mm(x_q, x_scale, w_q, w_scale, bias, out_dtype)
         from . import _triton
 
         return _triton.int8_scaled_mm(x_q, x_scale, w_q, w_scale, bias, out_dtype)

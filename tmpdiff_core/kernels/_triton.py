@@ -15,14 +15,13 @@ tests run them under ``TRITON_INTERPRET=1`` against those functions):
 ``INTERPRET`` selects code that the Triton interpreter can run (no ``libdevice``); on a GPU the
 kernels use the hardware's round-to-nearest-even instruction.
 
-``register_ops()`` registers the GEMM as the ``torch.library.triton_op`` ``tmpdiff::int8_scaled_mm``
+``register_mm_op()`` registers the GEMM as the ``torch.library.triton_op`` ``tmpdiff::int8_scaled_mm``
 (launching through ``wrap_triton``): under ``torch.compile`` Inductor calls the kernel from its own
 generated code. Eager callers launch the kernels directly (``traced=False``).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -302,9 +301,9 @@ def int8_scaled_mm(
     return out
 
 
-@functools.cache
-def register_ops() -> None:
-    """Register the GEMM as the ``torch.library.triton_op`` ``tmpdiff::int8_scaled_mm`` (once)."""
+def register_mm_op() -> None:
+    """Register the GEMM as the ``torch.library.triton_op`` ``tmpdiff::int8_scaled_mm`` (call
+    once: ``_dispatch.register_mm_op`` guards it)."""
 
     @triton_op("tmpdiff::int8_scaled_mm", mutates_args=())
     def int8_scaled_mm_op(

@@ -51,7 +51,7 @@ class FusedInt8Linear(int8.Int8Linear):
             raise ValueError(f"mm_impl must be 'triton' or 'int_mm', not {mm_impl!r}")
         self.mm_impl = mm_impl
         if mm_impl == "triton" and self.qdata.is_cuda and _dispatch.HAVE_TRITON:
-            _dispatch.register_ops()  # before any torch.compile trace reaches it
+            _dispatch.register_mm_op()  # before any torch.compile trace reaches it
 
     def forward_2d(self, x: torch.Tensor) -> torch.Tensor:
         x_q, x_scale = _dispatch.quantize_int8(x)
